@@ -1,0 +1,1 @@
+"""Apache Beam jobs that turn the poster dataset into TFRecord shards."""

@@ -1,0 +1,1 @@
+"""Streaming tf.data input pipeline over the poster TFRecord shards."""

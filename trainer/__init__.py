@@ -1,0 +1,1 @@
+"""Training, evaluation, export and prediction of the poster genre classifier."""
