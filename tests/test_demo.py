@@ -71,7 +71,7 @@ def test_demo_writes_report_for_real_posters(dataset_dir, tmp_path):
     # A second run with other settings into the same folder is rejected.
     rerun = run_demo(dataset, run_dir, "--learning_rate=0.5")
     assert rerun.returncode != 0
-    assert "holds a run with other settings (learning_rate differ)" in rerun.stderr
+    assert "contains a run with other settings (learning_rate differ)" in rerun.stderr
 
 
 def test_demo_rejects_missing_dataset(tmp_path):

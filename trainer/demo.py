@@ -60,7 +60,7 @@ def run_demo(dataset_dir: str, run_dir: str, config: Dict) -> str:
     Raises:
         RuntimeError: when a stage command fails; the message names the stage
             and its command, and the run folder is kept for a rerun.
-        ValueError: when `run_dir` holds a run of another configuration.
+        ValueError: when `run_dir` contains a run of another configuration.
     """
     os.makedirs(run_dir, exist_ok=True)
     _check_or_write_config(run_dir, config)
@@ -160,7 +160,7 @@ def _check_or_write_config(run_dir: str, config: Dict) -> None:
         if previous != config:
             changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
             raise ValueError(
-                f"{run_dir} holds a run with other settings ({', '.join(changed)} differ). "
+                f"{run_dir} contains a run with other settings ({', '.join(changed)} differ). "
                 "Use a new --run_dir, or the same flags to resume that run."
             )
         logging.info("Resuming the run in %s.", run_dir)

@@ -222,7 +222,7 @@ def _poster_grid_section(run_dir: str, metadata: Dict, predictions_path: str, nu
 
 
 def _read_thumbnails(data_dir: str, metadata: Dict, wanted: set) -> Dict[str, str]:
-    """Return id -> base64 JPEG thumbnail (160 px wide) for the `wanted` test posters."""
+    """Return id -> base64 JPEG thumbnail (at most 160x240 px) for the `wanted` test posters."""
     import tensorflow as tf
     from PIL import Image
 
