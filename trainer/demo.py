@@ -40,9 +40,9 @@ flags.DEFINE_string("model", "efficientnet_lite0", "Model from trainer/models.")
 flags.DEFINE_integer("image_size", 224, "Side of the square model input, pixels.")
 flags.DEFINE_integer("global_batch_size", 32, "Examples per training step over both replicas.")
 flags.DEFINE_integer("epochs", 0, "Epochs of end-to-end training after the head phase.")
-flags.DEFINE_integer("head_epochs", 40, "Epochs of head training on cached backbone features "
-                     "(pretrained model only).")
-flags.DEFINE_integer("fine_tune_epochs", 0, "Epochs with the top backbone blocks unfrozen "
+flags.DEFINE_integer("head_epochs", 200, "Maximum epochs of head training on cached backbone "
+                     "features, with early stopping (pretrained model only).")
+flags.DEFINE_integer("fine_tune_epochs", 2, "Epochs with the top 2 backbone blocks unfrozen "
                      "(pretrained model only).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the main phase.")
 flags.DEFINE_integer("num_cpu_replicas", 2, "Logical CPU devices for the mirrored strategy on a "
