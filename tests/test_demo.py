@@ -68,6 +68,13 @@ def test_demo_writes_report_for_real_posters(dataset_dir, tmp_path):
     assert len(samples) == 3
     assert all(len(sample["top_3"]) == 3 for sample in samples)
 
+    # A rerun with the same settings reuses the finished stages.
+    resumed = run_demo(dataset, run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    statuses = {stage["name"]: stage["status"] for stage in json.loads((run_dir / "stages.json").read_text())}
+    assert statuses["shard"] == "reused"
+    assert statuses["train"] == "reused"
+
     # A second run with other settings into the same folder is rejected.
     rerun = run_demo(dataset, run_dir, "--learning_rate=0.5")
     assert rerun.returncode != 0

@@ -16,8 +16,8 @@ Everything goes into `--run_dir` (default `runs/<UTC timestamp>`):
 TensorBoard logs, history, eval/, plots/, export/), `samples.json`,
 `stages.json`, `demo_config.json` and `report.html`.
 
-Rerunning into an existing run folder resumes: a finished shard stage is
-reused and training continues from its last backup. A run folder whose
+Rerunning into an existing run folder resumes: finished shard and train
+stages are reused, and an interrupted training continues from its last backup. A run folder whose
 `demo_config.json` differs from the current flags is rejected, so shards or
 checkpoints of two configurations never mix.
 """
@@ -97,7 +97,15 @@ def run_demo(dataset_dir: str, run_dir: str, config: Dict) -> str:
             f"--fine_tune_epochs={config['fine_tune_epochs']}",
         ]
     train_command += list(config["extra_trainer_flags"])
-    _run_stage(stages, "train", train_command)
+    finished = all(
+        os.path.exists(os.path.join(model_dir, name))
+        for name in ("eval/metrics.json", "export/saved_model.pb")
+    )
+    if finished:
+        logging.info("Training already finished in %s; reusing its model and metrics.", model_dir)
+        stages.append({"name": "train", "seconds": 0.0, "status": "reused"})
+    else:
+        _run_stage(stages, "train", train_command)
 
     samples_dir = os.path.join(dataset_dir, "samples")
     if os.path.isdir(samples_dir):

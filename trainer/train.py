@@ -66,6 +66,7 @@ def train_and_evaluate(config: TrainConfig) -> Dict:
         else os.path.join(config.model_dir, "workers", distribute.worker_name(strategy))
     )
     tf.io.gfile.makedirs(output_dir)
+    _check_previous_run(config, output_dir)
     keras_compat.allow_datasets_from_function()
     keras_compat.average_scalar_logs_across_workers()
 
@@ -379,6 +380,51 @@ def _best_so_far(output_dir: str) -> Optional[float]:
     if MONITOR not in history or history[MONITOR].dropna().empty:
         return None
     return float(history[MONITOR].max())
+
+
+# Flags that may differ when a run is restarted in the same model_dir: they
+# change what is logged or evaluated, not the weights or the data order.
+RESTART_INDEPENDENT_FIELDS = frozenset(
+    {"verbose", "evaluate", "batch_ids_log", "eval_batch_size", "tpu_address", "data_service_address"}
+)
+RUN_FLAGS_FILENAME = "run_flags.json"
+
+
+def _check_previous_run(config: TrainConfig, output_dir: str) -> None:
+    """Reject a restart whose training flags differ from the run already in `output_dir`.
+
+    The first run writes its flags to `run_flags.json`; a restart with the
+    same flags resumes from the backup, so checkpoints of two configurations
+    never mix.
+
+    Raises:
+        ValueError: naming the flags that differ, and what to do instead.
+    """
+    flags_now = {
+        key: value
+        for key, value in dataclasses.asdict(config).items()
+        if key not in RESTART_INDEPENDENT_FIELDS
+    }
+    path = os.path.join(output_dir, RUN_FLAGS_FILENAME)
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            flags_before = json.load(f)
+        changed = sorted(
+            key for key in set(flags_before) | set(flags_now)
+            if flags_before.get(key) != flags_now.get(key)
+        )
+        if changed:
+            details = ", ".join(
+                f"--{key}={flags_before.get(key)!r} before, {flags_now.get(key)!r} now" for key in changed
+            )
+            raise ValueError(
+                f"{output_dir} contains a run trained with other flags ({details}). "
+                "Restart with the same flags to resume it, or use a new --model_dir."
+            )
+        logging.info("Restarting the run in %s with the same flags.", output_dir)
+        return
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(flags_now, f, indent=2)
 
 
 def _write_run_config(
