@@ -42,7 +42,9 @@ flags.DEFINE_integer("global_batch_size", 32, "Examples per training step over b
 flags.DEFINE_integer("epochs", 0, "Epochs of end-to-end training after the head phase.")
 flags.DEFINE_integer("head_epochs", 200, "Maximum epochs of head training on cached backbone "
                      "features, with early stopping (pretrained model only).")
-flags.DEFINE_integer("fine_tune_epochs", 2, "Epochs with the top 2 backbone blocks unfrozen "
+flags.DEFINE_integer("fine_tune_epochs", 5, "Epochs with the top --fine_tune_blocks backbone "
+                     "blocks unfrozen (pretrained model only).")
+flags.DEFINE_integer("fine_tune_blocks", 3, "Top backbone blocks to unfreeze for fine-tuning "
                      "(pretrained model only).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the main phase.")
 flags.DEFINE_integer("num_cpu_replicas", 2, "Logical CPU devices for the mirrored strategy on a "
@@ -95,6 +97,7 @@ def run_demo(dataset_dir: str, run_dir: str, config: Dict) -> str:
         train_command += [
             f"--weights={weights}", f"--head_epochs={config['head_epochs']}",
             f"--fine_tune_epochs={config['fine_tune_epochs']}",
+            f"--fine_tune_blocks={config['fine_tune_blocks']}",
         ]
     train_command += list(config["extra_trainer_flags"])
     finished = all(
@@ -202,6 +205,7 @@ def main(argv: Sequence[str]) -> int:
         "epochs": FLAGS.epochs,
         "head_epochs": FLAGS.head_epochs,
         "fine_tune_epochs": FLAGS.fine_tune_epochs,
+        "fine_tune_blocks": FLAGS.fine_tune_blocks,
         "learning_rate": FLAGS.learning_rate,
         "num_cpu_replicas": FLAGS.num_cpu_replicas,
         "shard_workers": FLAGS.shard_workers,
