@@ -7,7 +7,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP = $(VENV)/.installed-$(TF_BUILD)
 TF_BUILD ?= cpu
 
 DATASET_DIR ?= $(if $(wildcard ../shared/movie-posters/train.csv),../shared/movie-posters,)
@@ -20,13 +20,16 @@ setup: $(STAMP)
 $(STAMP): setup.py requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	# Exactly one TensorFlow build may be installed, so switching TF_BUILD removes the other.
+	$(BIN)/pip uninstall --quiet --yes tensorflow tensorflow-cpu 2>/dev/null || true
+	rm -f $(VENV)/.installed-*
 	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[$(TF_BUILD),dev,pretrained]"
 	$(BIN)/python -m tfpipe.check_install
 	touch $(STAMP)
 
 check-dataset:
 	@if [ -z "$(DATASET_DIR)" ] || [ ! -f "$(DATASET_DIR)/train.csv" ]; then \
-	  echo "DATASET_DIR is not set and ../shared/movie-posters was not found."; \
+	  echo "No train.csv in DATASET_DIR='$(DATASET_DIR)' (default: ../shared/movie-posters)."; \
 	  echo "Get the public dataset with:"; \
 	  echo "  git clone https://github.com/laxmimerit/Movies-Poster_Dataset"; \
 	  echo "then run: make demo DATASET_DIR=/path/to/Movies-Poster_Dataset"; \

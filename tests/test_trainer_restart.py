@@ -42,3 +42,16 @@ def test_restart_with_other_flags_is_rejected(tmp_path):
 
     assert "--epochs=3 before, 5 now" in str(raised.value)
     assert "use a new --model_dir" in str(raised.value)
+
+
+def test_empty_history_has_no_best_value(tmp_path):
+    # A run killed during its first epoch leaves history.csv with no rows.
+    (tmp_path / train.HISTORY_FILENAME).write_text("")
+
+    assert train._best_so_far(str(tmp_path)) is None
+
+
+def test_history_best_value_is_the_maximum(tmp_path):
+    (tmp_path / train.HISTORY_FILENAME).write_text(f"epoch,{train.MONITOR}\n0,0.2\n1,0.3\n2,0.25\n")
+
+    assert train._best_so_far(str(tmp_path)) == 0.3

@@ -205,9 +205,18 @@ def test_binary_accuracy_uses_half():
 def test_thresholds_maximise_f1_and_fall_back():
     labels = np.array([[1, 0], [1, 0], [0, 0], [0, 0]])
     probabilities = np.array([[0.3, 0.9], [0.25, 0.1], [0.2, 0.5], [0.1, 0.4]])
-    thresholds = evaluation.tune_thresholds(labels, probabilities)
+    thresholds = evaluation.tune_thresholds(labels, probabilities, min_positives=2)
     assert thresholds[0] == pytest.approx(0.25)
     assert thresholds[1] == pytest.approx(evaluation.DEFAULT_THRESHOLD)
+
+
+def test_thresholds_keep_default_for_rare_genres():
+    labels = np.array([[1, 0], [0, 0], [0, 0], [0, 0]])
+    probabilities = np.array([[0.01, 0.9], [0.005, 0.1], [0.002, 0.5], [0.001, 0.4]])
+
+    thresholds = evaluation.tune_thresholds(labels, probabilities)
+
+    assert thresholds[0] == pytest.approx(evaluation.DEFAULT_THRESHOLD)
 
 
 def test_baselines_score_as_expected():

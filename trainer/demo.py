@@ -212,7 +212,15 @@ def main(argv: Sequence[str]) -> int:
         "extra_trainer_flags": list(FLAGS.extra_trainer_flags),
     }
     started = time.monotonic()
-    report_path = run_demo(FLAGS.dataset_dir, run_dir, config)
+    try:
+        report_path = run_demo(FLAGS.dataset_dir, run_dir, config)
+    except (ValueError, RuntimeError) as error:
+        logging.error("Demo stopped: %s", error)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"Interrupted. Rerun with --run_dir={run_dir} to resume.", file=sys.stderr)
+        return 130
     print(f"Done in {(time.monotonic() - started) / 60:.1f} min. Open {os.path.abspath(report_path)}")
     return 0
 

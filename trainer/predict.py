@@ -156,7 +156,15 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("Give at least one poster file or folder.")
-    serving_function, config = load_predictor(flags.FLAGS.model_dir)
+    try:
+        serving_function, config = load_predictor(flags.FLAGS.model_dir)
+    except (FileNotFoundError, OSError) as error:
+        print(
+            f"error: no exported model in --model_dir={flags.FLAGS.model_dir} ({error}). "
+            "Point it at a training output folder that contains export/.",
+            file=sys.stderr,
+        )
+        return 2
     files, errors = expand_paths(paths)
     results, predict_errors = predict_files(serving_function, config, files, flags.FLAGS.batch_size)
     errors += predict_errors

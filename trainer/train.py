@@ -21,6 +21,7 @@ was saved, with the input stream positioned on the next unseen example.
 """
 
 import dataclasses
+import io
 import json
 import os
 from typing import Dict, Optional
@@ -376,7 +377,11 @@ def _best_so_far(output_dir: str) -> Optional[float]:
     import pandas as pd
 
     with tf.io.gfile.GFile(path) as f:
-        history = pd.read_csv(f)
+        text = f.read()
+    # A run stopped during its first epoch leaves an empty history.csv behind.
+    if not text.strip():
+        return None
+    history = pd.read_csv(io.StringIO(text))
     if MONITOR not in history or history[MONITOR].dropna().empty:
         return None
     return float(history[MONITOR].max())
