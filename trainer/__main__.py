@@ -2,10 +2,10 @@
 
     python -m trainer --data_dir=SHARDS --model_dir=RUN [--strategy=mirrored] [--model=poster_net]
 
-See `python -m trainer --helpfull` for every flag and docs/trainer.md for the outputs.
+See `python -m trainer --help` for the trainer's flags and docs/trainer.md for the outputs.
 """
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from trainer import flags as trainer_flags
 
@@ -21,4 +21,6 @@ def main(argv):
 
 if __name__ == "__main__":
     trainer_flags.define_flags()
+    # So --help lists the trainer's flags, which are defined in trainer/flags.py.
+    flags.adopt_module_key_flags(trainer_flags)
     app.run(main)

@@ -150,7 +150,12 @@ def _run_stage(stages: List[Dict], name: str, arguments: List[str], capture: boo
     command = [sys.executable] + arguments
     logging.info("Stage %s started: %s", name, " ".join(command))
     started = time.monotonic()
-    completed = subprocess.run(command, stdout=subprocess.PIPE if capture else None, text=True)
+    # Google client libraries that Beam imports warn about future Python versions
+    # on every worker start; those warnings say nothing about this run.
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
+    completed = subprocess.run(
+        command, stdout=subprocess.PIPE if capture else None, text=True, env=environment
+    )
     seconds = time.monotonic() - started
     status = "ok" if completed.returncode == 0 else f"failed (exit {completed.returncode})"
     stages.append({"name": name, "seconds": seconds, "status": status})
