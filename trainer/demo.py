@@ -151,7 +151,7 @@ def _run_stage(stages: List[Dict], name: str, arguments: List[str], capture: boo
     logging.info("Stage %s started: %s", name, " ".join(command))
     started = time.monotonic()
     # Google client libraries that Beam imports warn about future Python versions
-    # on every worker start; those warnings say nothing about this run.
+    # on every worker start; those warnings are not about this run.
     environment = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
     completed = subprocess.run(
         command, stdout=subprocess.PIPE if capture else None, text=True, env=environment
