@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import shard_fixtures
 from tfpipe import build_dataset
+from tfpipe import shards
 
 IMAGE_SIZE = (8, 8)
 NUM_POSTERS = 26
@@ -143,3 +144,11 @@ def test_data_service_with_two_workers(tmp_path, posters):
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"examples {NUM_POSTERS} reads per example [2]" in result.stdout
+
+
+def test_partition_by_file_and_by_example():
+    shard_list = ["a", "b", "c", "d", "e"]
+
+    assert shards.partition_shards(shard_list, 1, 2) == (["b", "d"], True)
+    assert shards.partition_shards(shard_list, 0, 5) == (["a"], True)
+    assert shards.partition_shards(shard_list, 3, 8) == (shard_list, False)

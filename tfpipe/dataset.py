@@ -152,9 +152,7 @@ def build_dataset(
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
 
     # Static partition of the shards: a pipeline reads its own files every epoch.
-    by_file = len(shard_list) >= num_pipelines
-    if by_file:
-        shard_list = shard_list[pipeline_id::num_pipelines]
+    shard_list, by_file = shards.partition_shards(shard_list, pipeline_id, num_pipelines)
 
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     logging.info(

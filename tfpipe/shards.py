@@ -9,6 +9,7 @@ shard, or with `ignore_errors` logs the shard and skips the rest of it.
 
 import dataclasses
 import os
+from typing import Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -71,6 +72,19 @@ def list_shards(data_dir: str, metadata: dict, split: str) -> list:
     logging.info("Split %r: %d shards, %d bytes, first %s", split, len(shards),
                  sum(s.size for s in shards), shards[0].path)
     return shards
+
+
+def partition_shards(shard_list: list, pipeline_id: int, num_pipelines: int) -> Tuple[list, bool]:
+    """Return the shards input pipeline `pipeline_id` reads, and whether it owns them whole.
+
+    With at least as many shards as pipelines, each pipeline reads whole shards
+    `pipeline_id::num_pipelines` (by file). Otherwise every pipeline reads all
+    shards and keeps every `num_pipelines`-th record (by example).
+    """
+    by_file = len(shard_list) >= num_pipelines
+    if by_file:
+        return shard_list[pipeline_id::num_pipelines], True
+    return shard_list, False
 
 
 def read_shard(

@@ -42,19 +42,20 @@ def pipeline_examples(
     """Count the examples that input pipeline `pipeline_id` of `num_pipelines` reads per epoch.
 
     One pipeline reads the whole split (`num_examples` from the metadata).
-    Several follow `tfpipe.build_dataset`'s partition: whole shards `pipeline_id::num_pipelines`
-    when there are at least as many shards as pipelines (their records are
-    counted, which reads them once), else every `num_pipelines`-th record.
+    Several follow `tfpipe.shards.partition_shards`, as `build_dataset` does:
+    the records of whole shards are counted (which reads them once), or every
+    `num_pipelines`-th record of the split when the pipelines split by example.
     """
     total = int(metadata["splits"][split]["num_examples"])
     if num_pipelines == 1:
         return total
-    # NOTE: this repeats build_dataset's partition rule; a change there must be made here too.
-    shard_list = shards.list_shards(data_dir, metadata, split)
-    if len(shard_list) < num_pipelines:
+    shard_list, by_file = shards.partition_shards(
+        shards.list_shards(data_dir, metadata, split), pipeline_id, num_pipelines
+    )
+    if not by_file:
         return len(range(pipeline_id, total, num_pipelines))
     count = 0
-    for shard in shard_list[pipeline_id::num_pipelines]:
+    for shard in shard_list:
         records = tf.data.TFRecordDataset(shard.path, compression_type=metadata["compression"])
         count += int(records.reduce(np.int64(0), lambda total, _: total + 1))
     return count
