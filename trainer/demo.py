@@ -114,7 +114,7 @@ def run_demo(dataset_dir: str, run_dir: str, config: Dict) -> str:
     if os.path.isdir(samples_dir):
         output = _run_stage(stages, "predict", [
             "-m", "trainer.predict", f"--model_dir={model_dir}", "--format=json", samples_dir,
-        ], capture=True)
+        ], capture=True, must_succeed=False)  # A sample that fails to decode must not stop the report.
         samples = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
         with open(os.path.join(run_dir, "samples.json"), "w", encoding="utf-8") as f:
             json.dump(samples, f, indent=2)
@@ -145,8 +145,15 @@ def _pretrained_weights(stages: List[Dict]) -> str:
     return path
 
 
-def _run_stage(stages: List[Dict], name: str, arguments: List[str], capture: bool = False) -> str:
-    """Run `python ARGUMENTS` as stage `name`, record its duration, and return its stdout if captured."""
+def _run_stage(
+    stages: List[Dict], name: str, arguments: List[str], capture: bool = False,
+    must_succeed: bool = True,
+) -> str:
+    """Run `python ARGUMENTS` as stage `name`, record its duration, and return its stdout if captured.
+
+    A failed stage raises `RuntimeError` unless `must_succeed` is False (then
+    its status in `stages` says it failed and the demo goes on).
+    """
     command = [sys.executable] + arguments
     logging.info("Stage %s started: %s", name, " ".join(command))
     started = time.monotonic()
@@ -160,7 +167,7 @@ def _run_stage(stages: List[Dict], name: str, arguments: List[str], capture: boo
     status = "ok" if completed.returncode == 0 else f"failed (exit {completed.returncode})"
     stages.append({"name": name, "seconds": seconds, "status": status})
     logging.info("Stage %s %s in %.1f min.", name, status, seconds / 60)
-    if completed.returncode != 0 and name != "predict":
+    if completed.returncode != 0 and must_succeed:
         raise RuntimeError(
             f"Stage {name} failed with exit status {completed.returncode}: {' '.join(command)}. "
             "Fix the cause shown above and rerun with the same --run_dir to resume."

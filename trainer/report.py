@@ -193,8 +193,8 @@ def _poster_grid_section(run_dir: str, metadata: Dict, predictions_path: str, nu
     import pandas as pd
 
     predictions = pd.read_csv(predictions_path, keep_default_na=False).head(num_posters)
-    wanted = set(predictions["id"].astype(str))
-    thumbnails = _read_thumbnails(os.path.join(run_dir, "data"), metadata, wanted)
+    requested_ids = set(predictions["id"].astype(str))
+    thumbnails = _read_thumbnails(os.path.join(run_dir, "data"), metadata, requested_ids)
 
     probability_columns = [f"p_{label}" for label in metadata["labels"]]
     cards = []
@@ -221,8 +221,8 @@ def _poster_grid_section(run_dir: str, metadata: Dict, predictions_path: str, nu
     )
 
 
-def _read_thumbnails(data_dir: str, metadata: Dict, wanted: set) -> Dict[str, str]:
-    """Return id -> base64 JPEG thumbnail (at most 160x240 px) for the `wanted` test posters."""
+def _read_thumbnails(data_dir: str, metadata: Dict, requested_ids: set) -> Dict[str, str]:
+    """Return id -> base64 JPEG thumbnail (at most 160x240 px) for the `requested_ids` test posters."""
     import tensorflow as tf
     from PIL import Image
 
@@ -239,14 +239,14 @@ def _read_thumbnails(data_dir: str, metadata: Dict, wanted: set) -> Dict[str, st
     for record in records:
         example = tf.io.parse_single_example(record, spec)
         poster_id = example[schema.IMAGE_ID_KEY].numpy().decode("utf-8")
-        if poster_id not in wanted:
+        if poster_id not in requested_ids:
             continue
         image = Image.open(io.BytesIO(example[schema.IMAGE_ENCODED_KEY].numpy())).convert("RGB")
         image.thumbnail((160, 240))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85)
         thumbnails[poster_id] = base64.b64encode(buffer.getvalue()).decode("ascii")
-        if len(thumbnails) == len(wanted):
+        if len(thumbnails) == len(requested_ids):
             break
     return thumbnails
 
